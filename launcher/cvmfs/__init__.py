@@ -1,0 +1,1 @@
+"""Builtin CernVM-FS client library: one module per artifact a repository publishes."""

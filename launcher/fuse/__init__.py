@@ -1,0 +1,1 @@
+"""The Linux FUSE kernel protocol over /dev/fuse, in pure Python."""

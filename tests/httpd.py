@@ -1,0 +1,42 @@
+"""A real static HTTP server on 127.0.0.1 for tests (run as a child process).
+
+    python3 tests/httpd.py DIR [--port-file FILE]
+
+Binds an ephemeral port, writes it to --port-file (or prints it), serves DIR
+with HTTP/1.1 keep-alive until killed.
+"""
+import argparse
+import functools
+import http.server
+import os
+import sys
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # quiet
+        pass
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("directory")
+    ap.add_argument("--port-file")
+    args = ap.parse_args()
+    handler = functools.partial(Handler, directory=os.path.abspath(args.directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    port = server.server_address[1]
+    if args.port_file:
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(port))
+        os.rename(tmp, args.port_file)
+    else:
+        print(port, flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
