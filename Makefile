@@ -27,14 +27,19 @@ $(VPY): requirements-dev.txt
 
 venv: $(VPY)
 
+# make dist FLAVOUR=osg MAKEDIST_ARGS="-m rhel9-x86_64 -f"   (see docs/build.md)
+FLAVOUR ?= osg
+dist: venv
+	$(VPY) build.py $(MAKEDIST_ARGS) $(FLAVOUR)
+
 test: deps venv
 	$(VPY) -m pytest -n 2 $(PYTEST_ARGS)
 
 demo: deps venv
-	$(VPY) tests/demo.py
+	$(VPY) -m builder.demo
 
 bench: deps venv
-	$(VPY) bench/run.py
+	$(VPY) bench/run.py $(BENCH)
 
 clean:
 	rm -rf $(VENV) .pytest_cache dist .cvmfsexec .singcvmfs demo-work
