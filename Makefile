@@ -32,6 +32,10 @@ FLAVOUR ?= osg
 dist: venv
 	$(VPY) build.py $(MAKEDIST_ARGS) $(FLAVOUR)
 
+# make artifact: ./cvmfsexec from dist/ (see docs/artifact.md; `build.py -s -o singcvmfs` for singcvmfs)
+artifact: venv
+	$(VPY) build.py -o cvmfsexec
+
 test: deps venv
 	$(VPY) -m pytest -n 2 $(PYTEST_ARGS)
 
