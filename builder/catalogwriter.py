@@ -12,19 +12,14 @@ launcher/cvmfs/catalog.py.
 """
 import hashlib
 import sqlite3
-import struct
 
 SCHEMA = "2.5"
 SCHEMA_REVISION = "7"
 
-# catalog flags (spec 7.4)
-FLAG_DIR = 1
-FLAG_DIR_NESTED_MOUNTPOINT = 2
-FLAG_FILE = 4
-FLAG_LINK = 8
-FLAG_FILE_SPECIAL = 16
-FLAG_DIR_NESTED_ROOT = 32
-FLAG_FILE_CHUNK = 64
+# catalog flags (spec 7.4) and the md5 path key: the reader's definitions
+from launcher.cvmfs.catalog import (  # noqa: E402,F401  (re-exported for publish.py)
+    FLAG_DIR, FLAG_DIR_NESTED_MOUNTPOINT, FLAG_DIR_NESTED_ROOT, FLAG_FILE, FLAG_FILE_CHUNK,
+    FLAG_FILE_SPECIAL, FLAG_LINK, path_key as md5_pair)
 
 NULL_HASH = "0" * 40
 
@@ -66,11 +61,6 @@ HISTORY_DDL = [
 # statistics counters of schema 2.5 revision >= 5, without the self_/subtree_ prefix
 COUNTERS = ("chunked", "chunked_size", "chunks", "dir", "external", "external_file_size",
             "file_size", "nested", "regular", "special", "symlink", "xattr")
-
-
-def md5_pair(path):
-    """The (md5path_1, md5path_2) key of an absolute repository path ('' = root)."""
-    return struct.unpack("<qq", hashlib.md5(path.encode("utf-8")).digest())
 
 
 def encode_xattrs(xattrs):

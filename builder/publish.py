@@ -52,6 +52,7 @@ import zlib
 
 from launcher.errors import CvmfsexecError, UsageError
 from builder import catalogwriter as cw
+from launcher.cvmfs.manifest import Manifest
 
 CHUNK_SIZE = 8 * 1024 * 1024
 WORKER_THREADS = min(2, os.cpu_count() or 1)
@@ -205,14 +206,8 @@ def make_manifest(fields, repo_key):
 
 
 def parse_manifest(data):
-    """[(key, value)] of the fields before the '--' line of a manifest."""
-    fields = {}
-    for line in data.split(b"\n"):
-        if line == b"--":
-            break
-        if line:
-            fields[chr(line[0])] = line[1:].decode("utf-8", "replace")
-    return fields
+    """{letter: value} of the fields of a manifest (the reader's parser)."""
+    return Manifest.parse(data).fields
 
 
 # ---------------------------------------------------------------------------
