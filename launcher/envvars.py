@@ -40,6 +40,10 @@ VARIABLES = [
     Var("XDG_RUNTIME_DIR", "/tmp", "runtime",
         "Where BEARER_TOKEN_FILE defaults to bt_u$UID (the client runs as fake root)."),
     Var("BEARER_TOKEN_FILE", "", "runtime", "Token file for authenticated repositories."),
+    Var("http_proxy", "", "runtime",
+        "With CVMFS_HTTP_PROXY=auto, used as the proxy before the PAC URLs are tried."),
+    Var("LD_LIBRARY_PATH", "", "runtime",
+        "Kept, with dist's library directories put first, for the cvmfs2 backend."),
     # --- set by cvmfsexec for the payload ---------------------------------
     Var("CVMFSEXEC_CMDFD", "", "set",
         "File descriptor to the mounting process outside; close it "
@@ -47,6 +51,10 @@ VARIABLES = [
     Var("CVMFSEXEC_WAITFIFO", "", "set", "FIFO on which mount requests get their answer."),
     Var("CVMFSMOUNT", "", "set", "Command that mounts one more repository from inside."),
     Var("CVMFSUMOUNT", "", "set", "Command that unmounts a repository from inside."),
+    Var("CVMFS_LIBRARY_PATH", "", "set",
+        "Where the cvmfs2 backend finds its fuse libraries (dist's lib64 directories)."),
+    Var("_FUSE_COMMFD", "", "set",
+        "Socket on which fusermount3/fusermount hands back the /dev/fuse descriptor."),
     # --- build side ---------------------------------------------------------
     Var("CVMFSEXEC_DOWNLOAD_CACHE", "", "build",
         "Download cache of build.py (default: ~/.cache/cvmfsexec/downloads)."),
