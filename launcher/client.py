@@ -296,10 +296,9 @@ def tune_malloc():
     never returned to the system: the RSS grows by tens of MB.  A fixed mmap
     threshold (which also disables the dynamic one) and two arenas avoid both.
     """
-    import ctypes
+    from launcher import libc
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        mallopt = libc.mallopt
+        mallopt = libc.load().mallopt
     except (OSError, AttributeError):
         return
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8

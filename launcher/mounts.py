@@ -1,9 +1,8 @@
 """mount(2)/umount2(2) through ctypes, and /proc/self/mountinfo parsing."""
 
-import ctypes
 import os
 
-from launcher.namespaces import libc
+from launcher import libc
 
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -27,10 +26,8 @@ def _b(s):
 
 def mount(source, target, fstype=None, flags=0, data=None):
     """mount(2); raises OSError with the real errno naming the target."""
-    ret = libc().mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
-    if ret != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, "mount %s: %s" % (target, os.strerror(e)), target)
+    ret = libc.load().mount(_b(source), _b(target), _b(fstype), flags, _b(data))
+    libc.check(ret, "mount %s" % target, target)
 
 
 def bind(source, target, recursive=True):
@@ -38,10 +35,8 @@ def bind(source, target, recursive=True):
 
 
 def umount(target, flags=0):
-    ret = libc().umount2(_b(target), ctypes.c_int(flags))
-    if ret != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, "umount %s: %s" % (target, os.strerror(e)), target)
+    """umount2(2); raises OSError with the real errno naming the target."""
+    libc.check(libc.load().umount2(_b(target), flags), "umount %s" % target, target)
 
 
 def _unescape(field):

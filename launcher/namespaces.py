@@ -1,14 +1,15 @@
 """Linux namespaces through ctypes: unshare, setns, uid/gid maps, pivot_root.
 
-One module per kernel interface.  Every call goes through libc loaded with
-``use_errno=True`` so that a refusal is reported with its real errno (udocker
+One module per kernel interface.  Every call goes through launcher.libc
+(``use_errno=True``) so that a refusal is reported with its real errno (udocker
 gets ``strerror(-1)`` by omitting it).  Python 3.6 has no ``os.unshare``.
 """
 
 import ctypes
-import ctypes.util
 import errno
 import os
+
+from launcher import libc
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -20,30 +21,14 @@ CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
-_libc = None
-
-
-def libc():
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    return _libc
-
-
-def _check(ret, what):
-    if ret != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, "%s: %s" % (what, os.strerror(e)))
-    return ret
-
 
 def unshare(flags):
     """unshare(2); raises OSError with the real errno."""
-    return _check(libc().unshare(ctypes.c_int(flags)), "unshare")
+    return libc.check(libc.load().unshare(flags), "unshare")
 
 
 def setns(fd, nstype=0):
-    return _check(libc().setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+    return libc.check(libc.load().setns(fd, nstype), "setns")
 
 
 def pivot_root(new_root, put_old):
@@ -53,15 +38,13 @@ def pivot_root(new_root, put_old):
     if nr is None:
         raise OSError(errno.ENOSYS, "pivot_root: unknown syscall number on %s"
                       % os.uname().machine)
-    ret = libc().syscall(ctypes.c_long(nr), ctypes.c_char_p(os.fsencode(new_root)),
-                         ctypes.c_char_p(os.fsencode(put_old)))
-    return _check(ret, "pivot_root")
+    ret = libc.load().syscall(ctypes.c_long(nr), ctypes.c_char_p(os.fsencode(new_root)),
+                              ctypes.c_char_p(os.fsencode(put_old)))
+    return libc.check(ret, "pivot_root")
 
 
 def prctl(option, arg):
-    return _check(libc().prctl(ctypes.c_int(option), ctypes.c_ulong(arg),
-                               ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)),
-                  "prctl")
+    return libc.check(libc.load().prctl(option, arg, 0, 0, 0), "prctl")
 
 
 def set_pdeathsig(sig):

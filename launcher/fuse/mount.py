@@ -1,6 +1,6 @@
 """Mounting and unmounting a FUSE file system, three ways.
 
-* ``mount(2)`` directly (ctypes, ``use_errno=True``): as real root, or as the
+* ``mount(2)`` directly (launcher.mounts): as real root, or as the
   (fake) root of a user namespace that owns the current mount namespace
   (kernel >= 4.18).  /dev/fuse must be opened inside that namespace.
 * ``fusermount3`` (or ``fusermount``) for an unprivileged user without
@@ -10,8 +10,6 @@
 """
 
 import array
-import ctypes
-import ctypes.util
 import errno
 import os
 import shutil
@@ -19,14 +17,8 @@ import socket
 import stat
 import subprocess
 
+from launcher import mounts
 from launcher.errors import CvmfsexecError
-
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MNT_DETACH = 2
-
-_libc = None
 
 
 class MountError(CvmfsexecError):
@@ -35,21 +27,6 @@ class MountError(CvmfsexecError):
     def __init__(self, message, hint=None, errno_=None):
         CvmfsexecError.__init__(self, message, hint, exit_code=4)   # cvmfs2: 4 = mount
         self.errno = errno_
-
-
-def libc():
-    global _libc
-    if _libc is None:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
-                              ctypes.c_ulong, ctypes.c_char_p]
-        lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-        _libc = lib
-    return _libc
-
-
-def _fsencode(s):
-    return os.fsencode(s) if not isinstance(s, bytes) else s
 
 
 def premounted_fd(mountpoint):
@@ -81,13 +58,13 @@ def mount_direct(mountpoint, fsname, subtype="cvmfs2", options=(), uid=None, gid
             "group_id=%d" % (os.getgid() if gid is None else gid)]
     data.extend(o for o in options if o)
     fstype = "fuse.%s" % subtype if subtype else "fuse"
-    rc = libc().mount(_fsencode(fsname), _fsencode(mountpoint), fstype.encode(),
-                      MS_RDONLY | MS_NOSUID | MS_NODEV, ",".join(data).encode())
-    if rc != 0:
-        err = ctypes.get_errno()
+    try:
+        mounts.mount(fsname, mountpoint, fstype,
+                     mounts.MS_RDONLY | mounts.MS_NOSUID | mounts.MS_NODEV, ",".join(data))
+    except OSError as e:
         os.close(fd)
-        raise MountError("mount(2) of %s failed: %s" % (mountpoint, os.strerror(err)),
-                         None, err)
+        raise MountError("mount(2) of %s failed: %s" % (mountpoint, os.strerror(e.errno)),
+                         None, e.errno)
     return fd
 
 
@@ -169,14 +146,14 @@ def unmount(mountpoint, method, lazy=True):
     if method == "premounted":
         return
     if method == "direct":
-        rc = libc().umount2(_fsencode(mountpoint), MNT_DETACH if lazy else 0)
-        if rc == 0:
-            return
-        err = ctypes.get_errno()
-        if err == errno.EINVAL:     # not mounted (any more)
-            return
-        raise MountError("umount of %s failed: %s" % (mountpoint, os.strerror(err)),
-                         None, err)
+        try:
+            mounts.umount(mountpoint, mounts.MNT_DETACH if lazy else 0)
+        except OSError as e:
+            if e.errno == errno.EINVAL:     # not mounted (any more)
+                return
+            raise MountError("umount of %s failed: %s" % (mountpoint, os.strerror(e.errno)),
+                             None, e.errno)
+        return
     helper = find_fusermount()
     if helper is None:
         raise MountError("cannot unmount %s: no fusermount3" % mountpoint)
@@ -190,18 +167,7 @@ def unmount(mountpoint, method, lazy=True):
 
 def is_mounted(mountpoint):
     """True if ``mountpoint`` is a mount point according to /proc/self/mountinfo."""
-    target = os.path.realpath(mountpoint)
     try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 4 and _unescape(fields[4]) == target:
-                    return True
+        return mounts.find_mount(os.path.realpath(mountpoint)) is not None
     except OSError:
         return os.path.ismount(mountpoint)
-    return False
-
-
-def _unescape(s):
-    return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n") \
-            .replace("\\134", "\\")
