@@ -8,7 +8,8 @@ domain.d and config.d files still override):
 * ``CVMFS_NFILES`` = the hard RLIMIT_NOFILE, unless default.local sets it;
 * ``CVMFS_USYSLOG`` = BASE/log/<repo>.log, unless default.local sets it;
 * ``CVMFS_CACHE_BASE`` = dist/var/lib/cvmfs when nothing sets it;
-* ``CVMFS_HTTP_PROXY`` = ``auto;DIRECT`` with the WLCG PAC URLs when nothing sets it.
+* ``CVMFS_HTTP_PROXY`` = ``auto;DIRECT`` with the WLCG PAC URLs when nothing sets it;
+* ``CVMFS_BLACKLIST`` = dist/etc/cvmfs/blacklist when that file exists and nothing sets it.
 
 The environment of the client gets ``BEARER_TOKEN_FILE`` (default
 ``${XDG_RUNTIME_DIR:-/tmp}/bt_u$UID`` with the *real* uid: the client runs as
@@ -128,6 +129,11 @@ def assemble(repo, base=None, config_repo_mount=None, environ=None):
         cfg["CVMFS_HTTP_PROXY"] = DEFAULT_PROXY
         cfg.setdefault("CVMFS_PAC_URLS", DEFAULT_PAC_URLS)
     cfg.setdefault("CVMFS_RELOAD_SOCKETS", os.path.join(dist, "var", "run", "cvmfs"))
+    # The client's default blacklist /etc/cvmfs/blacklist is built in, so the
+    # relocation cannot move it: a dist that has one gets it read instead.
+    blacklist = os.path.join(dist, "etc", "cvmfs", "blacklist")
+    if os.path.exists(blacklist):
+        cfg.setdefault("CVMFS_BLACKLIST", blacklist)
     return cfg
 
 

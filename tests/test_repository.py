@@ -663,3 +663,105 @@ def test_ownership_world_readable_and_max_ttl(fixtures_dir, http_server, tmp_pat
         assert repo.expires_in() == 60                   # CVMFS_MAX_TTL is in minutes
     finally:
         repo.close()
+
+
+# --- anti-rollback (breadcrumb) and the blacklist (spec 10 steps 2 and 8) ----------------------
+def publish_two_revisions(tmp_path, fqrn):
+    """Revisions 1 and 2 published 10 s apart; -> (publish info, manifest path, rev-1 bytes)."""
+    from builder.publish import publish
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("one\n")
+    t0 = int(time.time()) - 60
+    info = publish(str(src), fqrn, str(tmp_path / "out"), now=t0)
+    manifest = os.path.join(info["repo_dir"], ".cvmfspublished")
+    with open(manifest, "rb") as f:
+        first = f.read()
+    (src / "a.txt").write_text("two\n")
+    publish(str(src), fqrn, str(tmp_path / "out"), now=t0 + 10)
+    return info, manifest, first
+
+
+def test_replayed_old_manifest_is_refused_as_a_rollback(http_server, tmp_path):
+    fqrn = "rollback.example.org"
+    info, manifest, first = publish_two_revisions(tmp_path, fqrn)
+    srv = http_server(str(tmp_path / "out" / "srv"))
+    now = [time.time()]
+    cfg = config_for([srv.url], tmp_path / "cache", info["keys_dir"])
+    repo = Repository(fqrn, cfg, clock=lambda: now[0])
+    try:
+        assert repo.revision == 2 and repo.read_file("/a.txt") == b"two\n"
+        assert repo.cache.read_breadcrumb()[2] == 2
+        replace_file(manifest, first)               # a server or proxy replays revision 1
+        with pytest.raises(CvmfsexecError) as err:
+            Repository(fqrn, cfg)
+        message = str(err.value)
+        assert "manifest is older than the one seen before (revision 2 " in message
+        assert "offers revision 1 " in message and "rollback" in message
+        assert "\n" not in message and "cvmfschecksum." + fqrn in err.value.hint
+        # the running client's update check refuses it too and keeps revision 2
+        now[0] += 241
+        assert repo.reload() is False
+        assert repo.revision == 2 and repo.read_file("/a.txt") == b"two\n"
+        assert repo.cache.read_breadcrumb()[2] == 2
+    finally:
+        repo.close()
+    # the refusal comes from the breadcrumb: a cache that never saw revision 2 takes it
+    fresh = Repository(fqrn, dict(cfg, CVMFS_CACHE_BASE=str(tmp_path / "cache2")))
+    try:
+        assert fresh.revision == 1 and fresh.read_file("/a.txt") == b"one\n"
+    finally:
+        fresh.close()
+    # the warm cache still works as before: its own manifest is never a rollback
+    srv.stop()
+    repo = Repository(fqrn, dict(cfg, CVMFS_SERVER_URL="http://127.0.0.1:9/cvmfs/@fqrn@"))
+    try:
+        assert repo.offline and repo.revision == 2 and repo.read_file("/a.txt") == b"two\n"
+    finally:
+        repo.close()
+
+
+def test_certificate_in_the_dist_blacklist_is_refused(fixtures_dir, http_server, tmp_path):
+    """mountconf points CVMFS_BLACKLIST at dist/etc/cvmfs/blacklist (cvmfs2's built-in
+    /etc/cvmfs/blacklist is not a config value the relocation could move)."""
+    from launcher import mountconf
+    srv = http_server(small_srv(fixtures_dir))
+    cfg = config_for([srv.url], tmp_path / "cache", small_keys(fixtures_dir))
+    repo = Repository(SMALL, cfg)
+    fingerprint = repo.manifest.certificate_object.fingerprint_text()
+    repo.close()
+    etc = tmp_path / "dist" / "etc" / "cvmfs"
+    etc.mkdir(parents=True)
+    (etc / "default.conf").write_text("".join("%s=%s\n" % kv for kv in sorted(cfg.items())))
+    assert "CVMFS_BLACKLIST" not in mountconf.assemble(SMALL, str(tmp_path))
+    (etc / "blacklist").write_text("# compromised\n%s\n" % fingerprint)
+    dist_cfg = mountconf.assemble(SMALL, str(tmp_path))
+    assert dist_cfg["CVMFS_BLACKLIST"] == str(etc / "blacklist")
+    for cache in ("cache", "cache2"):               # warm or cold: refused either way
+        with pytest.raises(CvmfsexecError) as err:
+            Repository(SMALL, dict(dist_cfg, CVMFS_CACHE_BASE=str(tmp_path / cache)))
+        assert "certificate is blacklisted (fingerprint %s)" % fingerprint in str(err.value)
+    # set but empty: no blacklist at all, as with cvmfs2
+    Repository(SMALL, dict(dist_cfg, CVMFS_BLACKLIST="")).close()
+
+
+def test_blacklisted_revisions_in_the_config_repository(fixtures_dir, http_server, tmp_path):
+    srv = http_server(small_srv(fixtures_dir))
+    mount_dir = tmp_path / "cvmfs"
+    blacklist = mount_dir / "cfg.example.org" / "etc" / "cvmfs" / "blacklist"
+    blacklist.parent.mkdir(parents=True)
+    cfg = config_for([srv.url], tmp_path / "cache", small_keys(fixtures_dir),
+                     CVMFS_BLACKLIST=str(tmp_path / "no-such-blacklist"),
+                     CVMFS_MOUNT_DIR=str(mount_dir), CVMFS_CONFIG_REPOSITORY="cfg.example.org")
+    blacklist.write_text("<other.example.org 9\n<%s 3\n" % SMALL)
+    with pytest.raises(CvmfsexecError) as err:
+        Repository(SMALL, cfg)
+    assert "revision 2 is blacklisted (revisions below 3 are refused)" in str(err.value)
+    # the config repository's own blacklist does not apply to itself (cvmfs2's rule)
+    Repository(SMALL, dict(cfg, CVMFS_CONFIG_REPOSITORY=SMALL)).close()
+    blacklist.write_text("<%s 2\n" % SMALL)
+    repo = Repository(SMALL, cfg)
+    try:
+        assert repo.revision == 2
+    finally:
+        repo.close()

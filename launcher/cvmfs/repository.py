@@ -5,7 +5,9 @@
 1. the manifest and whitelist are downloaded (or, when every server is down,
    taken from the cache where the last successful open left them) and the
    chain of trust is verified (keys -> whitelist -> certificate -> manifest,
-   :mod:`launcher.cvmfs.trust`); ``CVMFS_ROOT_HASH`` skips all of this and pins
+   :mod:`launcher.cvmfs.trust`), refusing a manifest older than the cache's
+   breadcrumb and what the blacklist files list (:func:`blacklist_paths`);
+   ``CVMFS_ROOT_HASH`` skips all of this and pins
    a root catalog, ``CVMFS_REPOSITORY_TAG`` / ``CVMFS_REPOSITORY_DATE`` pick an
    older root catalog from the history database;
 2. the root catalog is fetched through the :class:`ObjectStore` (hash-checked,
@@ -40,6 +42,7 @@ from launcher.cvmfs.history import History, parse_date
 from launcher.cvmfs.objects import ObjectError, ObjectStore
 
 ROOT_INODE_OFFSET = 255
+DEFAULT_BLACKLIST = "/etc/cvmfs/blacklist"
 OFFLINE_RETRY_TTL = 180
 _YES = ("yes", "on", "1", "true")
 _MAX_OPEN_CHUNKS = 2
@@ -54,6 +57,45 @@ def _yes(config, name, default=False):
     if not value:
         return default
     return value in _YES
+
+
+def blacklist_paths(fqrn, config):
+    """The blacklist files cvmfs2 reads, in its order (MountPoint::CheckBlacklists).
+
+    ``CVMFS_BLACKLIST`` (default /etc/cvmfs/blacklist; set but empty = none),
+    then the config repository's ``etc/cvmfs/blacklist`` below
+    ``CVMFS_MOUNT_DIR`` unless the config repository is unset or ``fqrn`` itself.
+    """
+    paths = []
+    first = config.get("CVMFS_BLACKLIST")
+    first = DEFAULT_BLACKLIST if first is None else first.strip()
+    if first:
+        paths.append(first)
+    mount_dir = (config.get("CVMFS_MOUNT_DIR") or "").strip()
+    config_repo = (config.get("CVMFS_CONFIG_REPOSITORY") or "").strip()
+    if mount_dir and config_repo and config_repo != fqrn:
+        paths.append(os.path.join(mount_dir, config_repo, "etc", "cvmfs", "blacklist"))
+    return paths
+
+
+def read_blacklists(fqrn, config):
+    """The text of every blacklist file that exists (one after the other)."""
+    texts = []
+    for path in blacklist_paths(fqrn, config):
+        try:
+            with open(path, "rb") as f:
+                texts.append(f.read().decode("utf-8", "replace"))
+        except (IOError, OSError) as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                continue        # cvmfs2 skips a blacklist that does not exist
+            raise RepositoryError("%s: cannot read the blacklist %s: %s"
+                                  % (fqrn, path, e.strerror or e),
+                                  "fix its permissions, or point CVMFS_BLACKLIST elsewhere")
+    return "\n".join(texts)
+
+
+def _utc(timestamp):
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp or 0))
 
 
 def normalize_path(path):
@@ -214,11 +256,46 @@ class Repository(object):
             cached = True
         keys = trust.load_public_keys(self.config)
         self._pubkeys = list(keys)
+        # The copy in the cache is the one this cache verified and took the
+        # breadcrumb from: only what a server or proxy sends can be a rollback.
+        crumb = None if cached else self._breadcrumb()
+        if crumb is not None:
+            self._refuse_rollback(manifest_bytes, crumb)
         manifest = trust.verify_chain(self.fqrn, manifest_bytes, whitelist_bytes,
-                                      self._fetch_certificate, keys, now=self.clock())
+                                      self._fetch_certificate, keys, now=self.clock(),
+                                      min_timestamp=crumb[1] if crumb else None,
+                                      blacklist=read_blacklists(self.fqrn, self.config))
         self._last_raw = (manifest_bytes, whitelist_bytes)
         self.offline = cached
         return manifest
+
+    def _breadcrumb(self):
+        """(hash, timestamp, revision) of the newest manifest this cache saw, or None."""
+        read = getattr(self.cache, "read_breadcrumb", None)
+        return read() if read is not None else None
+
+    def _refuse_rollback(self, manifest_bytes, crumb):
+        """Refuse a manifest published before the breadcrumb (spec 10 step 2).
+
+        verify_chain checks the same with ``min_timestamp``; checking first
+        lets the message name both revisions.  A malformed manifest is left to
+        verify_chain to report.
+        """
+        from launcher.cvmfs.manifest import Manifest, ManifestError
+        from launcher.cvmfs.trust import TrustError
+        try:
+            offered = Manifest.parse(manifest_bytes)
+        except ManifestError:
+            return
+        _hash, timestamp, revision = crumb
+        if (offered.timestamp or 0) >= timestamp:
+            return
+        path = os.path.join(getattr(self.cache, "dir", "the cache"), "cvmfschecksum." + self.fqrn)
+        raise TrustError(self.fqrn, "manifest is older than the one seen before (revision %d "
+                         "of %s; the server offers revision %d of %s): refusing a rollback"
+                         % (revision, _utc(timestamp), offered.revision, _utc(offered.timestamp)),
+                         "a server or proxy serves an outdated .cvmfspublished; if the "
+                         "repository really went back, remove %s" % path)
 
     def _fetch_certificate(self, content_hash):
         try:
@@ -236,7 +313,7 @@ class Repository(object):
         if raw is None or self.offline:
             return
         try:
-            if not (self.tag or self.date):
+            if not (self.tag or self.date) and self._newest_seen(manifest):
                 self.cache.write_breadcrumb(manifest.root_hash.hex_string(),
                                             manifest.timestamp or 0, manifest.revision or 0)
             self.cache.store_meta("manifest", raw[0])
@@ -245,6 +322,12 @@ class Repository(object):
                 self.cache.store_meta("certificate", self._certificate)
         except EnvironmentError as e:
             self._note("cannot store the manifest in the cache: %s" % e)
+
+    def _newest_seen(self, manifest):
+        """False if the breadcrumb (of another process sharing the cache) is newer."""
+        crumb = self._breadcrumb()
+        return crumb is None or \
+            (manifest.timestamp or 0, manifest.revision or 0) >= (crumb[1], crumb[2])
 
     def _tagged_root(self, manifest):
         if manifest.history is None:
