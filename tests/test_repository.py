@@ -765,3 +765,34 @@ def test_blacklisted_revisions_in_the_config_repository(fixtures_dir, http_serve
         assert repo.revision == 2
     finally:
         repo.close()
+
+
+def test_listing_refuses_names_that_escape_their_directory(fixtures_dir, http_server, tmp_path):
+    """A damaged catalog (pinned with CVMFS_ROOT_HASH) whose rows are named '..', 'x/y',
+    '.' or '': listings leave them out instead of handing them to find, tar or the kernel."""
+    import sqlite3
+    import zlib
+    from launcher.cvmfs.catalog import path_key
+    srv_dir = linked_copy(legacy_srv(fixtures_dir), str(tmp_path / "srv"))
+    db = str(tmp_path / "root.db")
+    with open(object_file(srv_dir, LEGACY, LEGACY_ROOT, "C"), "rb") as f:
+        open(db, "wb").write(zlib.decompress(f.read()))
+    conn = sqlite3.connect(db)
+    for old, bad in (("/foo", ".."), ("/bar", "x/y"), ("/baz", "."), ("/hardlink_foo", "")):
+        conn.execute("UPDATE catalog SET name=? WHERE md5path_1=? AND md5path_2=?",
+                     (bad,) + path_key(old))
+    conn.commit()
+    conn.close()
+    blob = zlib.compress(open(db, "rb").read())
+    new_root = hashlib.sha1(blob).hexdigest()
+    with open(object_file(srv_dir, LEGACY, new_root, "C"), "wb") as f:
+        f.write(blob)
+    srv = http_server(srv_dir)
+    repo = Repository(LEGACY, config_for([srv.url], tmp_path / "cache", None,
+                                         CVMFS_ROOT_HASH=new_root))
+    try:
+        names = sorted(e.name for e in repo.listdir(""))
+        assert names == ["doesnt_need_migration", "hardlink_bar", "hardlink_baz",
+                         "needs_commit_due_to_child", "needs_migration"]
+    finally:
+        repo.close()

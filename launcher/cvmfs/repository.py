@@ -169,6 +169,15 @@ class _Revision(object):
         self.ttl = 240
 
 
+def valid_name(name):
+    """False for names no directory may list: '', '.', '..', or with '/' or NUL.
+
+    A signed catalog never holds them; a damaged or hostile one must not make
+    a listing point outside its directory (find, tar and rsync follow '..').
+    """
+    return name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
 class Repository(object):
     """Read-only view of one repository revision; see the module docstring.
 
@@ -525,7 +534,8 @@ class Repository(object):
             parent = self._entry(row, mount, path)
             mount = self._children_mount(state, parent)
             rows = mount.catalog.listing(mount.to_catalog(path))
-            return [self._entry(r, mount, path + "/" + r.name) for r in rows if not r.hidden]
+            return [self._entry(r, mount, path + "/" + r.name) for r in rows
+                    if not r.hidden and valid_name(r.name)]
 
     def readlink(self, entry):
         """Target of a symlink, with $(VAR) / $(VAR:-default) expanded."""
