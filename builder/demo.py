@@ -31,7 +31,7 @@ def say(msg):
     sys.stdout.flush()
 
 
-def make_tree(src):
+def make_tree(src, big_mb=BIG_MB):
     """A few hundred small files, a nested catalog, a symlink and a large file."""
     rnd = random.Random(20261207)
     for d in range(10):
@@ -51,7 +51,7 @@ def make_tree(src):
         f.write("A demo repository published by cvmfsexec's builder.publish.\n")
     digest = hashlib.sha256()
     with open(os.path.join(src, "big.bin"), "wb") as f:
-        for _ in range(BIG_MB):
+        for _ in range(big_mb):
             block = rnd.getrandbits(8 * 1024 * 1024).to_bytes(1024 * 1024, "little")
             digest.update(block)
             f.write(block)
