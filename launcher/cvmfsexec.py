@@ -14,7 +14,9 @@ mode 3b  the same without the pid namespace, all in P0; everything is
          unmounted explicitly before exit; clients die with P0 (PDEATHSIG).
 mode 2   P0 stays in the host namespaces, mounts with fusermount and serves
          requests; its child P1 enters the namespaces, binds dist/cvmfs onto
-         /cvmfs (new mounts propagate into it) and becomes the payload.
+         /cvmfs (new mounts propagate into it) and becomes the payload.  The
+         host keeps those mounts when P0 dies, so a watchdog in its own
+         session (launcher.watchdog) unmounts them if P0 is killed.
 The payload runs in a nested user namespace that maps the caller's uid and
 gid back, as the reference tools do, so files it creates are the caller's.
 
@@ -162,6 +164,7 @@ class Session(object):
         os.mkfifo(self.waitfifo, 0o600)
         self.cmd_r = self.cmd_w = None
         self.mounter = None
+        self.watchdog = None        # mode 2
         self.target = None          # pid that gets forwarded signals
 
     def cleanup(self):
@@ -265,7 +268,13 @@ class Session(object):
 
     def run_mode2(self):
         from launcher.mountrepo import Mounter
-        self.mounter = Mounter(self.base, foreground=True, direct_umount=os.geteuid() == 0)
+        from launcher.watchdog import Watchdog
+        root = os.geteuid() == 0
+        self.mounter = Mounter(self.base, foreground=True, direct_umount=root)
+        # before the first mount: a kill -9 from here on leaves nothing mounted
+        self.watchdog = Watchdog(self.mounter.mountpoint, direct_umount=root)
+        self.watchdog.start()
+        self.mounter.watchdog = self.watchdog
         try:
             for repo in self.repos:
                 self.mounter.mount(repo)
@@ -273,6 +282,7 @@ class Session(object):
             pid = os.fork()
             if pid == 0:
                 try:
+                    self.watchdog.close()    # only P0's death may end the watchdog
                     from launcher import mounts, namespaces
                     self.fake_root(namespaces.CLONE_NEWNS)
                     self.build_root()
@@ -298,6 +308,7 @@ class Session(object):
             return self.serve(pid, self.handle_outside, reap_all=False)
         finally:
             self.mounter.umount_all(lazy=True)
+            self.watchdog.stop()     # it finds nothing left to do
 
     # ---- the new root ----------------------------------------------------------
     def build_root(self):

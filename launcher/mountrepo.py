@@ -63,6 +63,8 @@ class Mounter(object):
     namespace) instead of fusermount -u.
     private: we are in our own mount namespace, where mounting over a copy of a
     mount made outside (e.g. by a standalone mountrepo) is fine.
+    watchdog: a launcher.watchdog.Watchdog (mode 2) told of every client, mount
+    and unmount, so that it can unmount exactly ours if cvmfsexec is killed.
     """
 
     def __init__(self, base, foreground=True, direct_umount=True, uid=None, private=False):
@@ -75,6 +77,7 @@ class Mounter(object):
         self.backend = backends.choose(base, self.dist)
         self.mounted = []        # repos, most recent first (config repo unmounted last)
         self.clients = {}        # repo -> Popen (foreground only)
+        self.watchdog = None
         debug("backend %s" % self.backend.name)
 
     def mountpoint(self, repo):
@@ -95,7 +98,7 @@ class Mounter(object):
                 raise CvmfsexecError("cannot create %s: %s" % (mp, e.strerror))
         if not self.private and mounts.is_fuse_mounted(mp):
             self._clear_stale(repo, mp)
-        if not self.private and os.geteuid() != 0 and find_fusermount() is None:
+        if not self.private and os.geteuid() != 0 and _find_fusermount() is None:
             raise CvmfsexecError("cannot mount %s: neither fusermount3 nor fusermount is on "
                                  "PATH" % repo,
                                  "install fuse3 (it provides the setuid fusermount3) or add "
@@ -119,11 +122,14 @@ class Mounter(object):
                               "that runs here" if envvars.get("CVMFSEXEC_BACKEND") else None)
 
     def _clear_stale(self, repo, mp):
-        """A mount whose client died (kill -9) answers ENOTCONN: detach it; else refuse."""
+        """A mount whose client died (kill -9) answers ENOTCONN: detach it; else refuse.
+
+        ECONNABORTED: the client is still exiting (its connection being aborted).
+        """
         try:
             os.stat(mp)
         except OSError as e:
-            if e.errno == errno.ENOTCONN:
+            if e.errno in (errno.ENOTCONN, errno.ECONNABORTED):
                 debug("detaching the stale mount at %s" % mp)
                 umount_path(mp, lazy=True, direct=os.geteuid() == 0)
                 return
@@ -139,6 +145,8 @@ class Mounter(object):
             raise self._cannot_start(repo, e)
         finally:
             log.close()
+        if self.watchdog is not None:
+            self.watchdog.client_started(repo, proc.pid)
         # mountinfo costs ~0.2 ms to read: poll it finely, a mount takes 0.1-0.5 s
         up = poll_until(lambda: proc.poll() is not None or mounts.is_fuse_mounted(mp),
                         MOUNT_TIMEOUT, first=0.002, longest=0.01)
@@ -150,6 +158,10 @@ class Mounter(object):
             proc.wait()
             raise mount_failed(repo, self.base, "not mounted after %d s" % MOUNT_TIMEOUT)
         self.clients[repo] = proc
+        if self.watchdog is not None:
+            entry = mounts.find_mount(mp)        # the topmost mount there: ours
+            if entry is not None:
+                self.watchdog.mounted(repo, entry.mount_id)
 
     def _start_daemon(self, repo, argv, env):
         with open(mountconf.log_path(repo, self.base), "ab") as log:
@@ -164,6 +176,8 @@ class Mounter(object):
     def umount(self, repo, lazy=False, wait=UMOUNT_TIMEOUT):
         """Unmount ``repo`` and wait for its client (SIGKILL after ``wait`` s)."""
         mp = self.mountpoint(repo)
+        if self.watchdog is not None:
+            self.watchdog.unmounting(repo)
         umount_path(mp, lazy, self.direct_umount)
         if repo in self.mounted:
             self.mounted.remove(repo)
@@ -172,6 +186,8 @@ class Mounter(object):
             if not poll_until(lambda: proc.poll() is not None, wait):
                 proc.kill()
             proc.wait()
+        if self.watchdog is not None:
+            self.watchdog.unmounted(repo)
         try:
             os.rmdir(mp)
         except OSError:
@@ -213,7 +229,7 @@ def umount_path(mp, lazy=False, direct=None):
                 raise CvmfsexecError("%s is not mounted" % mp)
             raise CvmfsexecError("cannot unmount %s: %s" % (mp, e.strerror),
                                  "it is busy: stop the processes using it, or use -z")
-    helper = find_fusermount()
+    helper = _find_fusermount()
     if helper is None:
         raise CvmfsexecError("cannot unmount %s: neither fusermount3 nor fusermount found" % mp,
                              "install fuse3 (fusermount3) or add it to PATH")
@@ -226,13 +242,10 @@ def umount_path(mp, lazy=False, direct=None):
                              "it may be busy: stop the processes using it, or use -z")
 
 
-def find_fusermount():
-    for name in ("fusermount3", "fusermount"):
-        for d in (os.environ.get("PATH") or "/usr/bin:/bin").split(os.pathsep):
-            p = os.path.join(d, name)
-            if os.access(p, os.X_OK):
-                return p
-    return None
+def _find_fusermount():
+    # imported when needed: launcher.fuse.mount brings socket and friends (start-up cost)
+    from launcher.fuse.mount import find_fusermount
+    return find_fusermount()
 
 
 def request(command, repo):

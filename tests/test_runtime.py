@@ -122,6 +122,26 @@ class Base(object):
         with open("/proc/self/mountinfo") as f:
             return [l for l in f if self.path in l]
 
+    def fuse_mounts(self):
+        """Mount points of the FUSE mounts of this base in the host namespace."""
+        return [l.split()[4] for l in self.host_mounts()
+                if l.split(" - ")[1].split()[0].split(".")[0] == "fuse"]
+
+    def watchdogs(self):
+        """pids of mode 2 watchdogs (launcher.watchdog) of this base."""
+        found = []
+        for pid in os.listdir("/proc"):
+            try:
+                with open("/proc/%s/comm" % pid) as f:
+                    if f.read().strip() != "cvmfsexec-watch":
+                        continue
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    if self.path.encode() in f.read():
+                        found.append(int(pid))
+            except (OSError, IOError):
+                continue
+        return found
+
     def cleanup(self):
         for pid in self.clients():
             try:
@@ -160,6 +180,14 @@ def make_base(published):
 
 def assert_clean(base):
     wait_for(lambda: not base.clients(), 20, "client processes to exit")
+    assert base.host_mounts() == []
+    assert base.watchdogs() == []       # a normal exit reaps the mode 2 watchdog
+
+
+def assert_clean_after_kill(base):
+    """After a kill -9 the mode 2 watchdog needs a moment: poll, then check everything."""
+    wait_for(lambda: not (base.clients() or base.fuse_mounts() or base.watchdogs()), 20,
+             "clients, FUSE mounts and watchdogs of %s to go" % base.path)
     assert base.host_mounts() == []
 
 
@@ -237,21 +265,29 @@ def test_no_nested_option_and_closed_descriptor(make_base):
     assert "disabled" in r.stderr
 
 
-@pytest.mark.parametrize("mode", ["3", "3b"])
+@pytest.mark.parametrize("mode", ["3", "3b", "2"])
 def test_kill9_of_process_group_leaves_nothing(make_base, who, mode):
+    # mode 2 mounts in the host namespace, which outlives cvmfsexec: its watchdog, in
+    # a session of its own, must unmount them (and end the clients)
     base = make_base(who)
     p = base.popen("cvmfsexec", [R1, R2, "--", "sh", "-c", "echo ready; exec sleep 600"],
                    env={"CVMFSEXEC_MODE": mode}, start_new_session=True)
     try:
         assert p.stdout.readline() == "ready\n", p.stderr.read()
         assert len(base.clients()) == 2
+        watchdogs = base.watchdogs()
+        if mode == "2":
+            assert len(base.fuse_mounts()) == 2
+            assert len(watchdogs) == 1 and os.getsid(watchdogs[0]) == watchdogs[0]
+        else:
+            assert watchdogs == []
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
     finally:
         if p.poll() is None:
-            p.kill()
+            os.killpg(p.pid, signal.SIGKILL)     # the payload too
             p.wait()
-    assert_clean(base)
+    assert_clean_after_kill(base)
 
 
 def test_sigterm_reaches_the_command_and_cleans_up(make_base):
@@ -375,23 +411,71 @@ def test_runs_on_the_oldest_python(make_base, published):
 
 
 def test_mode2_after_kill9_the_next_run_clears_the_stale_mount(make_base, who):
-    # mode 2 mounts in the host namespace: a kill -9 kills the clients (parent-death
-    # signal) but cannot unmount; the next run must not trip over the dead mount.
+    # mode 2 mounts in the host namespace: when the watchdog dies too (a batch system
+    # killing every process of the job), a kill -9 kills the clients (parent-death
+    # signal) but nothing unmounts; the next run must not trip over the dead mount.
     base = make_base(who)
     env = {"CVMFSEXEC_MODE": "2"}
     p = base.popen("cvmfsexec", [R1, "--", "sh", "-c", "echo ready; exec sleep 600"],
                    env=env, start_new_session=True)
     try:
         assert p.stdout.readline() == "ready\n", p.stderr.read()
+        for pid in base.watchdogs():
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not base.watchdogs(), 10, "the watchdog to die")
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
     finally:
         if p.poll() is None:
-            p.kill()
+            os.killpg(p.pid, signal.SIGKILL)     # the payload too
             p.wait()
     wait_for(lambda: not base.clients(), 20, "clients to die with cvmfsexec")
+    assert base.fuse_mounts() == [os.path.join(base.path, "dist", "cvmfs", R1)]
     r = base.run("cvmfsexec", [R1, "--", "cat", "/cvmfs/%s/hello.txt" % R1], env=env)
     assert (r.returncode, r.stdout) == (0, HELLO), r.stderr
+    assert_clean(base)
+
+
+def test_mode2_watchdog_unmounts_only_what_its_run_mounted(make_base, who):
+    # two mode 2 runs share a dist: A mounts R1, adds R2 and removes R1 from inside,
+    # then B mounts R1.  kill -9 of A must take R2 only, not B's R1.
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make the base a shared mount (for $CVMFSMOUNT)")
+    base = make_base(who)
+    # mounts added after start reach the namespace only through a shared mount
+    subprocess.run(["mount", "--bind", base.path, base.path], check=True)
+    subprocess.run(["mount", "--make-shared", base.path], check=True)
+    env = {"CVMFSEXEC_MODE": "2"}
+    script = ("$CVMFSMOUNT %s && $CVMFSUMOUNT %s && cat /cvmfs/%s/sub/n.txt && echo ready "
+              "&& exec sleep 600" % (R2, R1, R2))
+    a = base.popen("cvmfsexec", [R1, "--", "sh", "-c", script], env=env,
+                   start_new_session=True)
+    b = None
+    try:
+        assert a.stdout.readline() == "nested\n", a.stderr.read()
+        assert a.stdout.readline() == "ready\n"
+        b = base.popen("cvmfsexec", [R1, "--", "sh", "-c", "echo ready; exec sleep 600"],
+                       env=env, start_new_session=True)
+        assert b.stdout.readline() == "ready\n", b.stderr.read()
+        mp1, mp2 = [os.path.join(base.path, "dist", "cvmfs", r) for r in (R1, R2)]
+        assert sorted(base.fuse_mounts()) == [mp1, mp2]
+        assert len(base.watchdogs()) == 2
+        os.killpg(a.pid, signal.SIGKILL)
+        a.wait()
+        wait_for(lambda: base.fuse_mounts() == [mp1] and len(base.clients()) == 1
+                 and len(base.watchdogs()) == 1, 20, "A's mount, client and watchdog to go")
+        assert b.poll() is None
+        r = subprocess.run(["cat", os.path.join(mp1, "hello.txt")], **base.popen_kw({}, {}))
+        assert r.stdout == HELLO, r.stderr
+        b.send_signal(signal.SIGTERM)
+        b.communicate(timeout=30)
+        assert b.returncode == -signal.SIGTERM
+    finally:
+        for p in (a, b):
+            if p is not None and p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        subprocess.run(["umount", "-l", base.path], check=True)
     assert_clean(base)
 
 
