@@ -819,7 +819,7 @@ def main(argv):
     t0 = time.monotonic()
     info = publish(args.src_dir, args.fqrn, args.out, keys_dir=args.keys,
                    whitelist_days=args.whitelist_days, ttl=args.ttl)
-    print("published %s revision %d (root catalog %s, %d entries, %d catalogs) in %s; "
+    print("published %s revision %d (root catalog %s, %d entries, catalogs written: %d) in %s; "
           "keys in %s; %.1f s" % (info["fqrn"], info["revision"], info["root_hash"],
                                   info["entries"], info["catalogs"], info["repo_dir"],
                                   info["keys_dir"], time.monotonic() - t0))

@@ -47,6 +47,8 @@ def parse_args(argv):
     args = list(argv)
     while args and args[0].startswith("-") and args[0] != "--":
         arg = args.pop(0)
+        if arg.startswith("--"):
+            raise UsageError("unknown option %s" % arg, USAGE.splitlines()[0])
         for ch in arg[1:]:
             if ch == "v":
                 opts["version"] = True
@@ -384,8 +386,9 @@ class Session(object):
             return 0
         if cmd == "UMOUNTREPO":
             if repo not in self.mounter.mounted:
-                sys.stderr.write("cvmfsexec: %s not mounted\n" % repo)
-                return 1
+                raise CvmfsexecError("cannot unmount %s: it is not mounted" % repo,
+                                     "$CVMFSUMOUNT unmounts only repositories this "
+                                     "cvmfsexec mounted")
             self.umount_inside(repo)
             return 0
         sys.stderr.write("cvmfsexec: unrecognized command %s\n" % cmd)
@@ -402,8 +405,9 @@ class Session(object):
             return 0
         if cmd == "UMOUNTREPO":
             if repo not in self.mounter.mounted:
-                sys.stderr.write("cvmfsexec: %s not mounted\n" % repo)
-                return 1
+                raise CvmfsexecError("cannot unmount %s: it is not mounted" % repo,
+                                     "$CVMFSUMOUNT unmounts only repositories this "
+                                     "cvmfsexec mounted")
             self.mounter.umount(repo)
             return 0
         sys.stderr.write("cvmfsexec: unrecognized command %s\n" % cmd)

@@ -116,6 +116,8 @@ def userns_error(code=None):
     """The CvmfsexecError for 'no unprivileged user namespaces', with the sysctl to check."""
     limit = namespaces.max_user_namespaces()
     detail = (" (%s)" % os.strerror(code)) if code and code < 250 else ""
+    if code == errno.ENOSPC:     # unshare(2): the user namespace limit, not a full disk
+        detail = " (the user namespace limit is reached)"
     if limit == 0:
         hint = "sysctl user.max_user_namespaces is 0; set it to 15000 or more (as root)"
     else:

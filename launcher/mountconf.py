@@ -58,7 +58,7 @@ def check_repo_name(repo):
     if not repo or not _REPO_RE.match(repo) or repo in (".", "..") or ".." in repo:
         raise CvmfsexecError("invalid repository name %r" % repo,
                              "a repository name has only letters, digits, dots, dashes and "
-                             "underscores, e.g. atlas.cern.ch")
+                             "underscores, and no '..', e.g. atlas.cern.ch")
     return repo
 
 
@@ -85,8 +85,12 @@ def check_dist(base=None):
     dist = dist_dir(base)
     etc = os.path.join(dist, "etc", "cvmfs")
     if not os.path.isdir(etc):
-        raise CvmfsexecError("%s has no etc/cvmfs: the dist is missing" % dist,
-                             "rebuild with `build.py dist` (or use a complete cvmfsexec file)")
+        base = os.path.dirname(dist)
+        if os.path.exists(os.path.join(base, ".payload-sha256")):   # an artifact's extraction
+            hint = "remove %s and run the cvmfsexec file again to re-extract it" % base
+        else:
+            hint = "make one: python3 build.py {osg|egi|default|none}"
+        raise CvmfsexecError("%s has no etc/cvmfs: the dist is missing" % dist, hint)
     mach = read_distinfo(dist).get("machtype", "")
     if mach:
         arch = mach.rsplit("-", 1)[-1]

@@ -99,7 +99,7 @@ class Mounter(object):
         if not self.private and mounts.is_fuse_mounted(mp):
             self._clear_stale(repo, mp)
         if not self.private and os.geteuid() != 0 and _find_fusermount() is None:
-            raise CvmfsexecError("cannot mount %s: neither fusermount3 nor fusermount is on "
+            raise CvmfsexecError("cannot mount %s: neither fusermount3 nor fusermount found on "
                                  "PATH" % repo,
                                  "install fuse3 (it provides the setuid fusermount3) or add "
                                  "its directory to PATH")

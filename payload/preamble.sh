@@ -16,7 +16,7 @@ for py in python3 /usr/libexec/platform-python \
   fi
   tried="$tried $py(too old)"
 done
-echo "@COMMAND@: error: no Python >= 3.6 found (tried: python3 /usr/libexec/platform-python python3.19 ... python3.6 on PATH=$PATH;$tried)" >&2
+echo "@COMMAND@: error: no Python >= 3.6 found (tried: python3 /usr/libexec/platform-python python3.19 ... python3.6 on PATH=$PATH${tried:+;$tried})" >&2
 echo "@COMMAND@: hint: install python3 (Python 2 is not supported) or put a Python >= 3.6 first on PATH" >&2
 exit 127
 '''
