@@ -26,6 +26,7 @@ from launcher.errors import CvmfsexecError, UsageError, run_main
 EXIT_OPTIONS = 2
 EXIT_MOUNT = 4
 EXIT_CATALOG = 16
+EXIT_DOUBLE_MOUNT = 21      # cvmfs2's code for "already mounted there"
 RELOAD_INTERVAL = 30.0      # seconds between repository TTL checks
 
 USAGE = ("usage: python3 -m launcher.client [-h] [-V] [-f] [-d] "
@@ -57,7 +58,8 @@ def parse_args(argv):
     it = iter(argv)
     for arg in it:
         if arg in ("-h", "--help"):
-            raise UsageError(USAGE)
+            opts.help = True
+            return opts
         if arg in ("-V", "--version"):
             opts.version = True
             return opts
@@ -212,6 +214,12 @@ class Client(object):
         mp = self.opts.mountpoint
         if fmount.premounted_fd(mp) is None and not os.path.isdir(mp):
             raise CvmfsexecError("mount point %s does not exist" % mp, exit_code=EXIT_MOUNT)
+        if fmount.premounted_fd(mp) is None and fmount.is_mounted(mp):
+            # Stacking a second client over a live mount hides the first one and
+            # leaves it running; cvmfs2 refuses this too (double mount).
+            raise CvmfsexecError("%s is already mounted" % mp,
+                                 hint="unmount it first (umount / fusermount3 -u %s)" % mp,
+                                 exit_code=EXIT_DOUBLE_MOUNT)
         ops = CvmfsOperations(self.repo, self.config, log=self.log)
         options = list(self.opts.fuse_options)
         if _on(self.config.get("CVMFS_CHECK_PERMISSIONS", "no")) \
@@ -419,6 +427,9 @@ def _detach_stdio():
 
 def main(argv):
     opts = parse_args(argv)
+    if getattr(opts, "help", False):
+        sys.stdout.write(USAGE + "\n")
+        return 0
     if getattr(opts, "version", False):
         sys.stdout.write("CernVM-FS builtin client (cvmfsexec %s)\n" % VERSION)
         return 0

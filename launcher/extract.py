@@ -144,7 +144,12 @@ def lock(fd, path, timeout=None):
     import fcntl
     import time
     if timeout is None:
-        timeout = float(envvars.get("CVMFSEXEC_EXTRACT_TIMEOUT"))
+        raw = envvars.get("CVMFSEXEC_EXTRACT_TIMEOUT")
+        try:
+            timeout = float(raw)
+        except ValueError:
+            raise CvmfsexecError("CVMFSEXEC_EXTRACT_TIMEOUT=%s is not a number of seconds" % raw,
+                                 hint="e.g. CVMFSEXEC_EXTRACT_TIMEOUT=300, or unset it")
     deadline = time.time() + timeout
     delay = 0.005
     while True:

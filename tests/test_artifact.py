@@ -385,6 +385,13 @@ def test_lock_held_elsewhere_times_out_naming_the_variable(job_dir):
     assert not os.path.exists(base)
 
 
+def test_non_numeric_extract_timeout_is_a_clear_error_not_a_traceback(job_dir):
+    r = run([str(job_dir / "cvmfsexec"), "-v"], env=plain_env(CVMFSEXEC_EXTRACT_TIMEOUT="abc"))
+    assert r.returncode == 1, r.stderr
+    assert "CVMFSEXEC_EXTRACT_TIMEOUT=abc is not a number" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 def test_override_refuses_a_foreign_directory(job_dir, tmp_path):
     foreign = tmp_path / "home"
     foreign.mkdir()

@@ -620,6 +620,26 @@ def test_missing_mountpoint_fails_with_mount_error(mounts, small_repo):
     assert "mount point" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.root
+def test_second_client_on_a_live_mount_is_refused_as_double_mount(mounts, small_repo):
+    """Regression: running the client twice on one mount point stacked a second mount
+    over the first and left two clients; cvmfs2 refuses this with code 21."""
+    mnt, work = mount_small(mounts, small_repo)
+    r = start_client(None, work + "/client.conf", SMALL, mnt)
+    assert r.returncode == 21, r.stderr
+    assert "already mounted" in r.stderr and "Traceback" not in r.stderr
+    with open("/proc/self/mountinfo") as f:
+        assert sum(1 for line in f if line.split()[4] == os.path.realpath(mnt)) == 1
+    assert os.listdir(mnt)                          # the first client still serves
+
+
+def test_help_prints_usage_and_exits_0():
+    r = subprocess.run([sys.executable, "-m", "launcher.client", "-h"],
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert r.returncode == 0 and r.stdout.startswith("usage:") and r.stderr == ""
+
+
 def test_usage_errors_exit_2_without_traceback():
     r = subprocess.run([sys.executable, "-m", "launcher.client", SMALL],
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
