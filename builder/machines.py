@@ -142,7 +142,9 @@ def parse_overrides(items, environ=None):
     for item in items or ():
         name, sep, url = item.partition("=")
         if not sep or not url:
-            raise UsageError("--repo-url needs NAME=URL, got %r" % item)
+            raise UsageError("--repo-url needs NAME=URL, got %r" % item,
+                             "e.g. --repo-url osg=https://mirror.example.org/osg/24/el9; "
+                             "names: %s" % " ".join(BASE_URLS))
         if name not in BASE_URLS:
             raise UsageError("unknown repository name %r in --repo-url" % name,
                              "known names: %s" % " ".join(BASE_URLS))
