@@ -1,6 +1,6 @@
 """cvmfsexec: run a command that sees CernVM-FS repositories under /cvmfs.
 
-    cvmfsexec [-vN] [repo ...] -- [command ...]
+    cvmfsexec [-hvN] [repo ...] -- [command ...]
 
 How (docs/runtime.md has the user's view; launcher.modes the mode probing):
 
@@ -36,7 +36,8 @@ import tempfile
 from launcher import envvars
 from launcher.errors import CvmfsexecError, UsageError, format_error, run_main
 
-USAGE = ("usage: cvmfsexec [-vN] [repo ...] -- [command ...]\n"
+USAGE = ("usage: cvmfsexec [-hvN] [repo ...] -- [command ...]\n"
+         "  -h  print this help and exit\n"
          "  -v  print the version and exit\n"
          "  -N  no nested mounts: $CVMFSMOUNT/$CVMFSUMOUNT disabled, control descriptor closed\n")
 
@@ -47,6 +48,9 @@ def parse_args(argv):
     args = list(argv)
     while args and args[0].startswith("-") and args[0] != "--":
         arg = args.pop(0)
+        if arg == "--help":
+            opts["help"] = True
+            continue
         if arg.startswith("--"):
             raise UsageError("unknown option %s" % arg, USAGE.splitlines()[0])
         for ch in arg[1:]:
@@ -79,7 +83,10 @@ def main(argv):
     if opts.get("help"):
         sys.stdout.write(USAGE)
         return 0
-    status = run(repos, command, nonested=opts["nonested"])
+    try:
+        status = run(repos, command, nonested=opts["nonested"])
+    except Interrupted as e:
+        status = e.signum          # the raw wait status of a death by that signal
     return exit_like(status)
 
 
@@ -90,7 +97,47 @@ def main(argv):
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGCONT, signal.SIGWINCH)
 TTY_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
+# forwarded or terminal signals whose default action ends a process
+STOPPING = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2) + TTY_SIGNALS
 MS_UNBINDABLE = 1 << 17
+
+
+class Interrupted(BaseException):
+    """A STOPPING signal before the command started: unwind, clean up, die by it.
+
+    BaseException, like KeyboardInterrupt: the handlers for CvmfsexecError and
+    OSError on the way must not swallow it.
+    """
+
+    def __init__(self, signum):
+        BaseException.__init__(self, signum)
+        self.signum = signum
+
+
+def _interrupt(signum, frame):
+    for sig in STOPPING:       # a second signal must not cut the clean-up short
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def catch_stopping():
+    """Until install_forwarding: a STOPPING signal raises Interrupted.
+
+    Installed before the pid namespace's first process is forked, so that it
+    inherits the handler: the kernel discards a signal sent to pid 1 of a pid
+    namespace from outside while its action is SIG_DFL.
+    """
+    for sig in STOPPING:
+        signal.signal(sig, _interrupt)
+
+
+def die_by(signum):
+    """In a forked child that must not unwind into the parent's code: die by ``signum``."""
+    signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+    sys.stderr.flush()
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)      # pid 1 of a pid namespace cannot kill itself
 
 
 def debug(msg):
@@ -140,11 +187,14 @@ def run(repos, command, nonested=False):
         err = modes.fuse_device_error()
         if err is not None:
             raise err
+    catch_stopping()
     session = Session(base, repos, command, mode, nonested)
     try:
         return session.run()
     finally:
         session.cleanup()
+        for sig in STOPPING:     # nothing left to clean up: a late signal just ends us
+            signal.signal(sig, signal.SIG_DFL)
 
 
 class Session(object):
@@ -162,8 +212,12 @@ class Session(object):
         self.tmpdir = tempfile.mkdtemp(prefix="cvmfsexec-")
         self.cmdfifo = os.path.join(self.tmpdir, "cmd")
         self.waitfifo = os.path.join(self.tmpdir, "wait")
-        os.mkfifo(self.cmdfifo, 0o600)
-        os.mkfifo(self.waitfifo, 0o600)
+        try:
+            os.mkfifo(self.cmdfifo, 0o600)
+            os.mkfifo(self.waitfifo, 0o600)
+        except BaseException:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            raise
         self.cmd_r = self.cmd_w = None
         self.mounter = None
         self.watchdog = None        # mode 2
@@ -176,6 +230,14 @@ class Session(object):
                     os.close(fd)
                 except OSError:
                     pass
+        # interrupted while building the new root: its tmpfs is still mounted here
+        from launcher import mounts
+        root = os.path.join(self.tmpdir, "root")
+        if os.path.ismount(root):
+            try:
+                mounts.umount(root, mounts.MNT_DETACH)
+            except OSError:
+                pass
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     # ---- top level, per mode ----------------------------------------------
@@ -200,17 +262,24 @@ class Session(object):
 
     def run_mode3(self):
         r, w = os.pipe()
+        # blocked until each side is ready: P1 until its parent-death signal is set,
+        # P0 until it forwards to P1 (a signal meanwhile waits, pending)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)
         pid = os.fork()
         if pid == 0:
             os.close(r)
             self.cleanup = lambda: None     # P0 owns the temporary directory
             from launcher import namespaces
-            namespaces.set_pdeathsig(signal.SIGKILL)   # cvmfsexec killed: end it all
             code = 1
             try:
+                namespaces.set_pdeathsig(signal.SIGKILL)   # cvmfsexec killed: end it all
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
                 status = self.run_inner(pid1=True)
                 os.write(w, ("w %d\n" % status).encode())
                 code = 0
+            except Interrupted as e:
+                # pid 1: ending takes every client with it; P0 dies by the signal
+                os.write(w, ("k %d\n" % e.signum).encode())
             except CvmfsexecError as e:
                 sys.stderr.write(format_error("cvmfsexec", e) + "\n")
                 os.write(w, ("x %d\n" % e.exit_code).encode())
@@ -223,6 +292,7 @@ class Session(object):
         os.close(w)
         self.target = pid
         self.install_forwarding()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
         status = self.wait_child(pid)
         data = b""
         while True:
@@ -236,6 +306,8 @@ class Session(object):
             return int(value)
         if kind == "x":
             return int(value) << 8
+        if kind == "k":
+            return int(value)
         return status
 
     def run_inner(self, pid1):
@@ -252,9 +324,12 @@ class Session(object):
             for repo in self.repos:
                 self.mount_inside(repo)
             self.open_fifo()
+            # from the fork on, a signal is the payload's: pending until we forward it
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)
             pid = self.start_payload()
             self.target = pid
             self.install_forwarding()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
             status = self.serve(pid, self.handle_inside, reap_all=pid1)
         finally:
             if not pid1:
@@ -281,6 +356,7 @@ class Session(object):
             for repo in self.repos:
                 self.mounter.mount(repo)
             self.open_fifo()
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)    # as in run_inner
             pid = os.fork()
             if pid == 0:
                 try:
@@ -293,6 +369,8 @@ class Session(object):
                         os.makedirs(cvmfs_dir)
                     mounts.bind(cvmfs_dir, "/cvmfs")
                     self.exec_payload()
+                except Interrupted as e:     # forwarded before exec_payload reset it
+                    die_by(e.signum)
                 except CvmfsexecError as e:
                     sys.stderr.write(format_error("cvmfsexec", e) + "\n")
                     sys.stderr.flush()
@@ -307,6 +385,7 @@ class Session(object):
                 self.cmd_w = None
             self.target = pid
             self.install_forwarding()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
             return self.serve(pid, self.handle_outside, reap_all=False)
         finally:
             self.mounter.umount_all(lazy=True)
@@ -428,6 +507,8 @@ class Session(object):
                 os.close(self.cmd_r)
                 namespaces.leave_fakeroot(self.uid, self.gid)
                 self.exec_payload()
+            except Interrupted as e:
+                die_by(e.signum)
             except BaseException as e:
                 sys.stderr.write("cvmfsexec: cannot start the command: %s\n" % e)
                 sys.stderr.flush()

@@ -91,11 +91,26 @@ class Mounter(object):
         t0 = time.time()
         conf, cfg = mountconf.write(repo, self.base)
         mp = self.mountpoint(repo)
+        created = True
         try:
             os.makedirs(mp)
         except OSError as e:
             if e.errno != errno.EEXIST:
                 raise CvmfsexecError("cannot create %s: %s" % (mp, e.strerror))
+            created = False
+        try:
+            self._mount_at(repo, conf, cfg, mp)
+        except BaseException:
+            # mode 2 binds dist/cvmfs onto /cvmfs: a directory left here shows there
+            if created:
+                _rmdir_quietly(mp)
+            raise
+        self.mounted.insert(0, repo)
+        debug("mounted %s at %s in %.2f s" % (repo, mp, time.time() - t0))
+        return mp
+
+    def _mount_at(self, repo, conf, cfg, mp):
+        """Start the client on the existing directory ``mp``; return once it is mounted."""
         if not self.private and mounts.is_fuse_mounted(mp):
             self._clear_stale(repo, mp)
         if not self.private and os.geteuid() != 0 and _find_fusermount() is None:
@@ -111,9 +126,6 @@ class Mounter(object):
             self._start_foreground(repo, argv, env, mp)
         else:
             self._start_daemon(repo, argv, env)
-        self.mounted.insert(0, repo)
-        debug("mounted %s at %s in %.2f s" % (repo, mp, time.time() - t0))
-        return mp
 
     def _cannot_start(self, repo, e):
         return CvmfsexecError("failed to mount %s: cannot start the %s client: %s"
@@ -148,8 +160,14 @@ class Mounter(object):
         if self.watchdog is not None:
             self.watchdog.client_started(repo, proc.pid)
         # mountinfo costs ~0.2 ms to read: poll it finely, a mount takes 0.1-0.5 s
-        up = poll_until(lambda: proc.poll() is not None or mounts.is_fuse_mounted(mp),
-                        MOUNT_TIMEOUT, first=0.002, longest=0.01)
+        try:
+            up = poll_until(lambda: proc.poll() is not None or mounts.is_fuse_mounted(mp),
+                            MOUNT_TIMEOUT, first=0.002, longest=0.01)
+        except BaseException:
+            # a signal (cvmfsexec's Interrupted) while the client mounts: it is not in
+            # self.clients yet, so umount_all would miss it and what it mounted
+            self._abandon(repo, proc, mp)
+            raise
         if proc.poll() is not None:
             raise mount_failed(repo, self.base, "client exited with status %s"
                                % proc.returncode)
@@ -162,6 +180,19 @@ class Mounter(object):
             entry = mounts.find_mount(mp)        # the topmost mount there: ours
             if entry is not None:
                 self.watchdog.mounted(repo, entry.mount_id)
+
+    def _abandon(self, repo, proc, mp):
+        """End a client whose mount we gave up on, and its mount if it made one."""
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if mounts.is_fuse_mounted(mp):
+            try:
+                umount_path(mp, lazy=True, direct=self.direct_umount)
+            except CvmfsexecError:
+                return          # the watchdog still knows it: it retries when we are gone
+        if self.watchdog is not None:
+            self.watchdog.unmounted(repo)
 
     def _start_daemon(self, repo, argv, env):
         with open(mountconf.log_path(repo, self.base), "ab") as log:
@@ -188,10 +219,7 @@ class Mounter(object):
             proc.wait()
         if self.watchdog is not None:
             self.watchdog.unmounted(repo)
-        try:
-            os.rmdir(mp)
-        except OSError:
-            pass
+        _rmdir_quietly(mp)
 
     def umount_all(self, lazy=True):
         """Unmount everything (most recent first), then make sure no client is left."""
@@ -208,6 +236,14 @@ class Mounter(object):
             proc.wait()
         self.clients.clear()
         return failures
+
+
+def _rmdir_quietly(path):
+    # rmdir: only an empty directory that is no mount point goes, never content
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def _child_of_us():
@@ -275,13 +311,21 @@ def inside_cvmfsexec():
     return bool(envvars.get("CVMFSEXEC_CMDFD") and envvars.get("CVMFSEXEC_WAITFIFO"))
 
 
+USAGE = ("usage: mountrepo REPO\n"
+         "  mount REPO at dist/cvmfs/REPO (inside cvmfsexec: ask it to, via $CVMFSMOUNT)\n"
+         "  -v  print the version and exit\n")
+
+
 def main(argv):
     if argv and argv[0] in ("-v", "--version"):
         from launcher import VERSION
         sys.stdout.write("mountrepo %s\n" % VERSION)
         return 0
+    if argv and argv[0] in ("-h", "--help"):
+        sys.stdout.write(USAGE)
+        return 0
     if len(argv) != 1 or argv[0].startswith("-"):
-        raise UsageError("expected one repository name", "usage: mountrepo REPO")
+        raise UsageError("expected one repository name", USAGE.splitlines()[0])
     repo = mountconf.check_repo_name(argv[0])
     if inside_cvmfsexec():
         if not envvars.get("CVMFSMOUNT"):

@@ -16,6 +16,11 @@ from launcher.errors import CvmfsexecError, UsageError, run_main
 from launcher.mountrepo import inside_cvmfsexec, request, umount_path
 
 USAGE = "usage: umountrepo [-z] {REPO|-a}"
+HELP = (USAGE + "\n"
+        "  REPO  unmount dist/cvmfs/REPO (inside cvmfsexec: ask it to, via $CVMFSUMOUNT)\n"
+        "  -a    unmount everything mounted under dist/\n"
+        "  -z    unmount lazily (a busy mount goes when its last user does)\n"
+        "  -v    print the version and exit\n")
 
 
 def main(argv):
@@ -23,6 +28,9 @@ def main(argv):
     if args and args[0] in ("-v", "--version"):
         from launcher import VERSION
         sys.stdout.write("umountrepo %s\n" % VERSION)
+        return 0
+    if args and args[0] in ("-h", "--help"):
+        sys.stdout.write(HELP)
         return 0
     lazy = False
     if args and args[0] == "-z":

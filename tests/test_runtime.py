@@ -64,7 +64,7 @@ def published(tmp_path_factory):
     shutil.copy(str(out / "keys" / (R1 + ".pub")), str(cfg / "keys"))
     publish(str(top / "cfgsrc"), RCFG, str(out))
     server = HttpServer(str(out / "srv"), top)
-    yield {"url": server.url + "/cvmfs/@fqrn@", "keys": str(out / "keys")}
+    yield {"url": server.url + "/cvmfs/@fqrn@", "keys": str(out / "keys"), "srv": str(out / "srv")}
     server.stop()
 
 
@@ -169,8 +169,8 @@ def who(request):
 def make_base(published):
     bases = []
 
-    def make(user=None, **kw):
-        b = Base(published, user, **kw)
+    def make(user=None, source=None, **kw):
+        b = Base(source or published, user, **kw)
         bases.append(b)
         return b
     yield make
@@ -562,3 +562,125 @@ def test_configuration_repository_is_mounted_first_and_used(make_base):
         assert "CVMFS_KEYS_DIR=%s/dist/cvmfs/%s/etc/cvmfs/keys\n" % (base.path, RCFG) \
             in f.read()
     assert_clean(base)
+
+
+class SlowServer(object):
+    """A real HTTP server that waits ``delay`` s before each answer, like a slow stratum-1."""
+
+    def __init__(self, directory, delay):
+        import http.server
+        import threading
+        stopped = self.stopped = threading.Event()
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, fmt, *args):
+                pass
+
+            def do_GET(self):
+                if not stopped.wait(delay):
+                    http.server.SimpleHTTPRequestHandler.do_GET(self)
+
+            def translate_path(self, path):
+                path = path.split("?", 1)[0]
+                if ".." in path.split("/"):
+                    return "/nonexistent"
+                return os.path.join(directory, path.lstrip("/"))
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.stopped.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def slow_published(published):
+    """``published`` behind a server that takes 1 s per answer: a mount takes seconds."""
+    srv = SlowServer(published["srv"], 1.0)
+    yield dict(published, url=srv.url + "/cvmfs/@fqrn@")
+    srv.stop()
+
+
+def start_slow_run(base, tmpdir, mode, **kw):
+    """cvmfsexec R1 -- touch MARK, against the slow server; -> (Popen, MARK path), once the
+    client runs (the mount is in progress)."""
+    mark = os.path.join(base.top, "MARK")
+    p = base.popen("cvmfsexec", [R1, "--", "sh", "-c", "touch " + mark],
+                   env={"CVMFSEXEC_MODE": mode, "TMPDIR": tmpdir}, **kw)
+    wait_for(lambda: base.clients() or p.poll() is not None, 30, "the client to start")
+    assert p.poll() is None, p.communicate()
+    return p, mark
+
+
+@pytest.mark.parametrize("mode", ["3", "3b", "2"])
+def test_sigterm_while_mounting_runs_nothing_and_leaves_nothing(make_base, slow_published,
+                                                                 tmp_path, mode):
+    # mode 3 used to forward the signal to pid 1 of the pid namespace, which had no
+    # handler yet, so the kernel dropped it: the payload ran and the status was 0;
+    # every mode left its /tmp/cvmfsexec-XXXX behind
+    base = make_base(None, source=slow_published)
+    p, mark = start_slow_run(base, str(tmp_path), mode)
+    try:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == -signal.SIGTERM, err     # a shell shows 143
+    assert not os.path.exists(mark)
+    assert "Traceback" not in err
+    assert_clean(base)
+    wait_for(lambda: os.listdir(str(tmp_path)) == [], 10, "the session directory to go")
+
+
+def test_ctrl_c_on_a_terminal_while_mounting_is_quiet(make_base, slow_published, tmp_path):
+    # the terminal sends SIGINT to the whole process group, pid 1 of the pid namespace
+    # included: it used to print a KeyboardInterrupt traceback and exit 70
+    import fcntl
+    import termios
+    base = make_base(None, source=slow_published)
+    master, slave = os.openpty()
+    try:
+        p, mark = start_slow_run(base, str(tmp_path), "3", stdin=slave, start_new_session=True,
+                                 preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        try:
+            os.write(master, b"\x03")
+            out, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert p.returncode == -signal.SIGINT, err      # a shell shows 130
+    assert err == "" and not os.path.exists(mark)
+    assert_clean(base)
+    wait_for(lambda: os.listdir(str(tmp_path)) == [], 10, "the session directory to go")
+
+
+def test_mode2_failed_mount_leaves_no_directory_under_cvmfs(make_base):
+    base = make_base(None)
+    env = {"CVMFSEXEC_MODE": "2"}
+    r = base.run("cvmfsexec", ["unknown.test.local", "--", "true"], env=env)
+    assert r.returncode != 0 and "failed to mount unknown.test.local" in r.stderr
+    r = base.run("cvmfsexec", [R1, "--", "ls", "/cvmfs"], env=env)
+    assert (r.returncode, r.stdout) == (0, R1 + "\n"), r.stderr
+    assert os.listdir(os.path.join(base.path, "dist", "cvmfs")) == []
+    assert_clean(base)
+
+
+def test_help_prints_usage_and_exits_0(make_base):
+    base = make_base(None)
+    for cmd, opt in [("cvmfsexec", "-h"), ("cvmfsexec", "--help"), ("mountrepo", "-h"),
+                     ("umountrepo", "-h"), ("umountrepo", "--help")]:
+        r = base.run(cmd, [opt])
+        assert (r.returncode, r.stderr) == (0, ""), (cmd, opt)
+        assert r.stdout.startswith("usage: %s " % cmd), (cmd, opt)
