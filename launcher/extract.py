@@ -205,23 +205,49 @@ def remove_leftovers(dest, everything):
 
 
 def remove_tree(path):
-    """rm -rf, including directories a dist made read-only."""
-    import shutil
+    """rm -rf that copes with directories a dist made read-only and never
+    descends into a mount point: an old tree may still hold a repository
+    mounted under dist/cvmfs (mountrepo), and walking it would download the
+    repository's catalogs, let alone try to delete its files."""
     import stat
     try:
-        if not os.path.islink(path):
-            os.chmod(path, 0o700)
-        for root, dirs, files in os.walk(path):
-            for d in dirs:
-                p = os.path.join(root, d)
-                if not os.path.islink(p):
-                    os.chmod(p, stat.S_IRWXU)
+        st = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        _remove_dir(path, st.st_dev)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _remove_dir(path, dev):
+    import stat
+    try:
+        os.chmod(path, stat.S_IRWXU)
+        names = os.listdir(path)
+    except OSError:
+        names = []
+    for name in names:
+        child = os.path.join(path, name)
+        try:
+            st = os.lstat(child)
+        except OSError:
+            continue                    # e.g. ENOTCONN: a dead FUSE mount; leave it
+        if stat.S_ISDIR(st.st_mode):
+            if st.st_dev == dev:        # another device: a mount point, left alone
+                _remove_dir(child, dev)
+            continue
+        try:
+            os.unlink(child)
+        except OSError:
+            pass
+    try:
+        os.rmdir(path)
     except OSError:
         pass
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        os.unlink(path)
 
 
 def install(tmp, dest, digest):

@@ -323,6 +323,41 @@ def test_rebuild_reextracts_and_keeps_cache_and_logs(small_dist, tmp_path):
     assert siblings(base) == []
 
 
+@pytest.mark.root
+def test_rebuild_never_walks_into_a_repository_still_mounted_in_the_old_tree(small_dist, tmp_path):
+    """Regression: re-extraction deleted the old tree with a recursive walk that crossed
+    mount points, so a repository still mounted under dist/cvmfs (mountrepo) would be
+    walked -- every catalog downloaded -- and its files unlinked where writable. A tmpfs
+    stands in for the mounted repository: a real mount, on another device."""
+    import subprocess
+    dist = str(tmp_path / "dist")
+    shutil.copytree(small_dist, dist, symlinks=True)
+    job = tmp_path / "job"
+    job.mkdir()
+    art = build(dist, job / "cvmfsexec")
+    assert run([art, "-v"], env=plain_env()).returncode == 0
+    mnt = os.path.join(str(job), ".cvmfsexec", "dist", "cvmfs", "repo.example.org")
+    os.makedirs(mnt)
+    subprocess.check_call(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt])
+    try:
+        with open(os.path.join(mnt, "precious"), "w") as f:
+            f.write("data\n")
+        with open(os.path.join(dist, "etc/cvmfs/default.conf"), "a") as f:
+            f.write("CVMFS_NEW=1\n")
+        build(dist, art)
+        r = run([art, "-v"], env=plain_env())
+        assert (r.returncode, r.stdout) == (0, VERSION_LINE), r.stderr
+        mounts = [line.split()[4] for line in open("/proc/self/mountinfo")]
+        held = [m for m in mounts if m.startswith(str(job)) and m.endswith("repo.example.org")]
+        assert len(held) == 1, held                     # still mounted (in the old tree)
+        assert open(os.path.join(held[0], "precious")).read() == "data\n"
+    finally:
+        for line in open("/proc/self/mountinfo"):
+            m = line.split()[4]
+            if m.startswith(str(job)):
+                subprocess.call(["umount", "-l", m])
+
+
 def test_same_artifact_copied_again_does_not_reextract(job_dir, small_artifact):
     art = str(job_dir / "cvmfsexec")
     assert run([art, "-v"], env=plain_env()).returncode == 0
