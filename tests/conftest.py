@@ -103,6 +103,21 @@ def unpriv_user():
     return pw.pw_uid, pw.pw_gid
 
 
+def wait_for(predicate, timeout=30.0, what="condition"):
+    """Poll predicate with a growing delay until it returns something true (returned),
+    or fail after timeout seconds naming what was awaited. Never a fixed sleep."""
+    deadline = time.time() + timeout
+    delay = 0.01
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
 class HttpServer(object):
     """A real HTTP server child process serving one directory on 127.0.0.1."""
 

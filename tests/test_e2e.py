@@ -15,12 +15,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 
 from conftest import (ROOT, HttpServer, grant_fuse_access, pyenv_pythons,
-                      python_oldest_and_newest, unpriv_user)
+                      python_oldest_and_newest, unpriv_user, wait_for)
 import runtime_util
 
 from builder import demo
@@ -52,19 +51,6 @@ for f in /proc/[0-9]*/cmdline; do
 done
 exit 42
 """ % {"fqrn": FQRN}
-
-
-def wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.time() + timeout
-    delay = 0.01
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.time() > deadline:
-            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
 
 
 def count_objects(repo_dir, suffix):

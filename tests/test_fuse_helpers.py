@@ -6,23 +6,12 @@ import os
 import stat
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The client's magic attributes on the root are not repository content.
 from launcher.fuse.cvmfsops import GLOBAL_XATTRS  # noqa: E402
-
-
-def wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.time() > deadline:
-            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
-        time.sleep(0.02)
+from conftest import wait_for  # noqa: E402,F401  (re-exported to the FUSE tests)
 
 
 def is_mounted(path):

@@ -517,26 +517,18 @@ def test_ttl_reload_switches_revision_and_variant_symlinks(http_server, tmp_path
 
 
 # --- catalog features the fixtures lack, on an edited copy of a real catalog ------------------------
-def test_hidden_entries_and_uncompressed_objects(fixtures_dir, http_server, tmp_path):
-    """Edit the real legacy root catalog (pinned with CVMFS_ROOT_HASH, as cvmfs allows):
-    /baz gets the hidden flag, /bar points to an object stored raw (compression bits = none)."""
+def edited_legacy_repository(fixtures_dir, http_server, tmp_path, edit):
+    """The real legacy repository with its root catalog changed by edit(sqlite3 connection,
+    srv_dir), served on 127.0.0.1 and opened pinned to the new root (CVMFS_ROOT_HASH, as
+    cvmfs allows), since an edited catalog no longer matches the signed manifest."""
     import sqlite3
     import zlib
-    from launcher.cvmfs.catalog import path_key
     srv_dir = linked_copy(legacy_srv(fixtures_dir), str(tmp_path / "srv"))
     db = str(tmp_path / "root.db")
     with open(object_file(srv_dir, LEGACY, LEGACY_ROOT, "C"), "rb") as f:
         open(db, "wb").write(zlib.decompress(f.read()))
-    raw = b"stored raw\n"
-    raw_hash = hashlib.sha1(raw).hexdigest()
-    with open(object_file(srv_dir, LEGACY, raw_hash), "wb") as f:
-        f.write(raw)
     conn = sqlite3.connect(db)
-    conn.execute("UPDATE catalog SET flags = flags | 32768 WHERE md5path_1=? AND md5path_2=?",
-                 path_key("/baz"))
-    conn.execute("UPDATE catalog SET flags = 4 | 2048, hash=?, size=? "
-                 "WHERE md5path_1=? AND md5path_2=?",
-                 (bytes.fromhex(raw_hash), len(raw)) + path_key("/bar"))
+    edit(conn, srv_dir)
     conn.commit()
     conn.close()
     blob = zlib.compress(open(db, "rb").read())
@@ -544,8 +536,25 @@ def test_hidden_entries_and_uncompressed_objects(fixtures_dir, http_server, tmp_
     with open(object_file(srv_dir, LEGACY, new_root, "C"), "wb") as f:
         f.write(blob)
     srv = http_server(srv_dir)
-    repo = Repository(LEGACY, config_for([srv.url], tmp_path / "cache", None,
+    return Repository(LEGACY, config_for([srv.url], tmp_path / "cache", None,
                                          CVMFS_ROOT_HASH=new_root))
+
+
+def test_hidden_entries_and_uncompressed_objects(fixtures_dir, http_server, tmp_path):
+    """/baz gets the hidden flag, /bar points to an object stored raw (compression bits = none)."""
+    from launcher.cvmfs.catalog import path_key
+    raw = b"stored raw\n"
+    raw_hash = hashlib.sha1(raw).hexdigest()
+
+    def edit(conn, srv_dir):
+        with open(object_file(srv_dir, LEGACY, raw_hash), "wb") as f:
+            f.write(raw)
+        conn.execute("UPDATE catalog SET flags = flags | 32768 WHERE md5path_1=? AND md5path_2=?",
+                     path_key("/baz"))
+        conn.execute("UPDATE catalog SET flags = 4 | 2048, hash=?, size=? "
+                     "WHERE md5path_1=? AND md5path_2=?",
+                     (bytes.fromhex(raw_hash), len(raw)) + path_key("/bar"))
+    repo = edited_legacy_repository(fixtures_dir, http_server, tmp_path, edit)
     try:
         names = [e.name for e in repo.listdir("")]
         assert "baz" not in names and "hardlink_baz" in names and "foo" in names
@@ -768,28 +777,15 @@ def test_blacklisted_revisions_in_the_config_repository(fixtures_dir, http_serve
 
 
 def test_listing_refuses_names_that_escape_their_directory(fixtures_dir, http_server, tmp_path):
-    """A damaged catalog (pinned with CVMFS_ROOT_HASH) whose rows are named '..', 'x/y',
-    '.' or '': listings leave them out instead of handing them to find, tar or the kernel."""
-    import sqlite3
-    import zlib
+    """A damaged catalog whose rows are named '..', 'x/y', '.' or '': listings leave them
+    out instead of handing them to find, tar or the kernel."""
     from launcher.cvmfs.catalog import path_key
-    srv_dir = linked_copy(legacy_srv(fixtures_dir), str(tmp_path / "srv"))
-    db = str(tmp_path / "root.db")
-    with open(object_file(srv_dir, LEGACY, LEGACY_ROOT, "C"), "rb") as f:
-        open(db, "wb").write(zlib.decompress(f.read()))
-    conn = sqlite3.connect(db)
-    for old, bad in (("/foo", ".."), ("/bar", "x/y"), ("/baz", "."), ("/hardlink_foo", "")):
-        conn.execute("UPDATE catalog SET name=? WHERE md5path_1=? AND md5path_2=?",
-                     (bad,) + path_key(old))
-    conn.commit()
-    conn.close()
-    blob = zlib.compress(open(db, "rb").read())
-    new_root = hashlib.sha1(blob).hexdigest()
-    with open(object_file(srv_dir, LEGACY, new_root, "C"), "wb") as f:
-        f.write(blob)
-    srv = http_server(srv_dir)
-    repo = Repository(LEGACY, config_for([srv.url], tmp_path / "cache", None,
-                                         CVMFS_ROOT_HASH=new_root))
+
+    def edit(conn, srv_dir):
+        for old, bad in (("/foo", ".."), ("/bar", "x/y"), ("/baz", "."), ("/hardlink_foo", "")):
+            conn.execute("UPDATE catalog SET name=? WHERE md5path_1=? AND md5path_2=?",
+                         (bad,) + path_key(old))
+    repo = edited_legacy_repository(fixtures_dir, http_server, tmp_path, edit)
     try:
         names = sorted(e.name for e in repo.listdir(""))
         assert names == ["doesnt_need_migration", "hardlink_bar", "hardlink_baz",

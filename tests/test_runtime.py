@@ -10,11 +10,10 @@ import subprocess
 import sys
 import tempfile
 import shutil
-import time
 
 import pytest
 
-from conftest import grant_fuse_access, unpriv_user, HttpServer
+from conftest import grant_fuse_access, unpriv_user, HttpServer, wait_for
 import runtime_util
 
 pytestmark = [pytest.mark.userns, pytest.mark.fuse]
@@ -26,19 +25,6 @@ R1, R2, RCFG = "t1.test.local", "t2.test.local", "cfg.test.local"
 RUNTIME_PYTHON = None
 NODE_PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
 HELLO = "hello from t1\n"
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.time() + timeout
-    delay = 0.01
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.time() > deadline:
-            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
 
 
 @pytest.fixture(scope="module")
