@@ -457,37 +457,29 @@ class Session(object):
         self.mounter.umount(repo)
 
     def handle_inside(self, cmd, repo):
-        from launcher import mountconf
-        mountconf.check_repo_name(repo)
-        if cmd == "MOUNTREPO":
-            if repo not in self.mounter.mounted:
-                self.mount_inside(repo)
-            return 0
-        if cmd == "UMOUNTREPO":
-            if repo not in self.mounter.mounted:
-                raise CvmfsexecError("cannot unmount %s: it is not mounted" % repo,
-                                     "$CVMFSUMOUNT unmounts only repositories this "
-                                     "cvmfsexec mounted")
-            self.umount_inside(repo)
-            return 0
-        sys.stderr.write("cvmfsexec: unrecognized command %s\n" % cmd)
-        return 1
+        """$CVMFSMOUNT / $CVMFSUMOUNT in modes 3 and 3b: mount inside the namespace."""
+        return self.handle(cmd, repo, self.mount_inside, self.umount_inside)
 
     def handle_outside(self, cmd, repo):
+        """The same in mode 2: fusermount outside, seen inside through propagation."""
+        def mount(repo):
+            check_propagation(os.path.join(self.base, "dist", "cvmfs"))
+            self.mounter.mount(repo)
+        return self.handle(cmd, repo, mount, self.mounter.umount)
+
+    def handle(self, cmd, repo, mount, umount):
         from launcher import mountconf
         mountconf.check_repo_name(repo)
         if cmd == "MOUNTREPO":
-            if repo in self.mounter.mounted:
-                return 0
-            check_propagation(os.path.join(self.base, "dist", "cvmfs"))
-            self.mounter.mount(repo)
+            if repo not in self.mounter.mounted:
+                mount(repo)
             return 0
         if cmd == "UMOUNTREPO":
             if repo not in self.mounter.mounted:
                 raise CvmfsexecError("cannot unmount %s: it is not mounted" % repo,
                                      "$CVMFSUMOUNT unmounts only repositories this "
                                      "cvmfsexec mounted")
-            self.mounter.umount(repo)
+            umount(repo)
             return 0
         sys.stderr.write("cvmfsexec: unrecognized command %s\n" % cmd)
         return 1
